@@ -1,0 +1,3 @@
+from navila_tune.app import main
+
+main()

@@ -1,0 +1,135 @@
+"""``python -m navila_tune``: compose the config, validate it, plan the stages, run them.
+
+``main`` is Hydra's entry point and stays thin; ``launch`` does the work and is what tests call.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from navila_tune.config import setup
+from navila_tune.validate import ConfigError, Problem, check_inputs, validate
+
+setup()
+
+MINDSPEED_SCRIPTS = ("convert_ckpt.py", "preprocess_data.py", "posttrain_gpt.py", "inference.py")
+NATIVE_MODULES = ("torch", "transformers", "safetensors", "megatron.core")
+
+
+class LaunchError(RuntimeError):
+    """A problem found before any stage ran; the message says what and how to fix it."""
+
+
+def launch(cfg: DictConfig, run_dir: str | None = None) -> Any:
+    """Validate, plan and (unless dry_run) execute; returns the run's objective for sweepers."""
+    from navila_tune import record
+    from navila_tune.executor import Executor, is_complete
+    from navila_tune.pipeline import build_plan
+
+    run_dir = run_dir or _hydra_run_dir()
+    layout = validate(cfg, extra_checks=_planner_checks())
+    if cfg.plan:
+        print(_planner_report(cfg))
+        return None
+    plan = build_plan(cfg, layout, run_dir=run_dir)
+    record.write_config(run_dir, cfg)
+    record.write_plan(run_dir, plan)
+    statuses = {s.name: ("forced" if s.name in cfg.force else "cached" if is_complete(s) else "will run")
+                for s in plan.stages}
+    mode = "dry run: nothing will run" if cfg.dry_run else "running"
+    title = (f"navila_tune {cfg.experiment_name}: backend {cfg.backend.name}, {len(plan.selected)} stage(s); "
+             f"{mode}")
+    print(record.format_plan(plan, statuses, title), flush=True)
+    if cfg.dry_run:
+        record.write_summary(run_dir, {"status": "dry_run", "stages": []})
+        return None
+    preflight(cfg)
+    started = time.time()
+    results = Executor(plan, force=list(cfg.force)).run()
+    rows = [{"name": r.name, "status": r.status, "duration_s": r.duration_s, "output": r.output, "log": r.log}
+            for r in results]
+    failed = [r for r in results if r.status == "failed"]
+    summary = {"status": "failed" if failed else "ok", "duration_s": round(time.time() - started, 3),
+               "stages": rows}
+    record.write_summary(run_dir, summary)
+    print("\n" + record.format_summary(rows), flush=True)
+    if failed:
+        raise LaunchError(failed[0].detail)
+    return None
+
+
+def preflight(cfg: DictConfig) -> None:
+    """Before any stage: the backend's tools and the run's input files must be there."""
+    problems: list[Problem] = []
+    if cfg.backend.name == "mindspeed":
+        ms = cfg.backend.mindspeed
+        home = Path(ms.home)
+        if not home.is_dir():
+            problems.append(Problem("backend.mindspeed.home", str(home), "no such folder (MindSpeed-LLM checkout)",
+                                    "set paths.mindspeed_home / backend.mindspeed.home; dry_run=true shows "
+                                    "the plan without it"))
+        else:
+            missing = [s for s in MINDSPEED_SCRIPTS if not (home / s).is_file()]
+            if missing:
+                problems.append(Problem("backend.mindspeed.home", str(home), f"lacks {', '.join(missing)}",
+                                        "point it at a MindSpeed-LLM 2.3.0 checkout"))
+        if not Path(ms.env_script).is_file():
+            problems.append(Problem("backend.mindspeed.env_script", ms.env_script,
+                                    "no such file (the CANN toolkit environment script)",
+                                    "install CANN or set backend.mindspeed.env_script; dry_run=true shows the "
+                                    "plan without it"))
+    else:
+        missing = [m for m in NATIVE_MODULES if importlib.util.find_spec(m.split(".")[0]) is None]
+        if missing:
+            problems.append(Problem("backend.name", "native", f"needs {', '.join(missing)}, not installed",
+                                    "pip install 'navila_tune[native]' (torch comes from your environment)"))
+    if problems:
+        raise ConfigError(problems, what="environment")
+    check_inputs(cfg)
+
+
+def _planner_checks() -> list[Any]:
+    try:
+        from navila_tune.planner import check_fits
+    except ImportError:
+        return []
+
+    def memory(cfg: Any, layout: Any) -> list[Problem]:
+        return [Problem(*p) for p in check_fits(cfg)]
+
+    return [memory]
+
+
+def _planner_report(cfg: Any) -> str:
+    from navila_tune.planner import render_plan
+
+    return render_plan(cfg)
+
+
+def _hydra_run_dir() -> str:
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return HydraConfig.get().runtime.output_dir
+    return os.getcwd()
+
+
+@hydra.main(version_base="1.3", config_path="pkg://navila_tune.conf", config_name="config")
+def _hydra_main(cfg: DictConfig) -> Any:
+    try:
+        return launch(cfg)
+    except (ConfigError, LaunchError) as e:
+        print(f"navila_tune: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(2 if isinstance(e, ConfigError) else 1) from None
+
+
+def main() -> None:
+    _hydra_main()

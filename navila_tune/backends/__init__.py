@@ -1,0 +1,1 @@
+"""Backends turn stage specs into steps: MindSpeed-LLM commands, or the native PyTorch stage runner."""

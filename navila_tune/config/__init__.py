@@ -1,0 +1,46 @@
+"""Config composition: schemas, resolvers and a compose helper for tools and tests."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+from navila_tune.config.schema import register_configs
+
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+CONF_PACKAGE = "navila_tune.conf"
+
+
+def asset_path(name: str) -> str:
+    """Absolute path of a data asset shipped inside the package (``${navila_asset:NAME}``)."""
+    return str(ASSETS_DIR / name)
+
+
+def dirname_safe(text: str) -> str:
+    """A sweep job's folder name from its overrides: no path separators, bounded length."""
+    safe = text.replace("/", "_").replace(" ", "") or "default"
+    return safe if len(safe) <= 120 else safe[:100] + "-" + hashlib.sha256(safe.encode()).hexdigest()[:8]
+
+
+def setup() -> None:
+    """Register schemas and resolvers once per process."""
+    if not OmegaConf.has_resolver("navila_asset"):
+        OmegaConf.register_new_resolver("navila_asset", asset_path)
+    if not OmegaConf.has_resolver("navila_dirname"):
+        OmegaConf.register_new_resolver("navila_dirname", dirname_safe)
+    register_configs()
+
+
+def compose(overrides: Sequence[str] = (), config_name: str = "config") -> DictConfig:
+    """Compose the config as ``python -m navila_tune OVERRIDES`` would, without running anything."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    setup()
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module=CONF_PACKAGE, version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=list(overrides))
