@@ -30,8 +30,8 @@ class LaunchError(RuntimeError):
 
 def launch(cfg: DictConfig, run_dir: str | None = None) -> Any:
     """Validate, plan and (unless dry_run) execute; returns the run's objective for sweepers."""
-    from navila_tune import record
-    from navila_tune.executor import Executor, is_complete
+    from navila_tune import cache, record
+    from navila_tune.executor import Executor
     from navila_tune.pipeline import build_plan
 
     run_dir = run_dir or _hydra_run_dir()
@@ -42,8 +42,7 @@ def launch(cfg: DictConfig, run_dir: str | None = None) -> Any:
     plan = build_plan(cfg, layout, run_dir=run_dir)
     record.write_config(run_dir, cfg)
     record.write_plan(run_dir, plan)
-    statuses = {s.name: ("forced" if s.name in cfg.force else "cached" if is_complete(s) else "will run")
-                for s in plan.stages}
+    statuses = cache.statuses(plan, cfg.force)
     mode = "dry run: nothing will run" if cfg.dry_run else "running"
     title = (f"navila_tune {cfg.experiment_name}: backend {cfg.backend.name}, {len(plan.selected)} stage(s); "
              f"{mode}")

@@ -136,6 +136,7 @@ class HardwareConfig:
     master_port: int = 29500
     rdzv_backend: Optional[str] = None  # c10d for elastic rendezvous; None for static master addr
     memory_margin: float = 0.05
+    reserve_gb: float = 3.0  # memory the planner sets aside per device for runtime, comm buffers, allocator
     env: Dict[str, str] = field(default_factory=dict)
 
 

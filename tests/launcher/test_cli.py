@@ -64,7 +64,7 @@ def test_two_point_sweep_in_dry_run(tmp_path):
     assert stages[0]["preprocess"]["fingerprint"] == stages[1]["preprocess"]["fingerprint"]
     assert stages[0]["train"]["fingerprint"] != stages[1]["train"]["fingerprint"]
     assert stages[0]["export"]["fingerprint"] != stages[1]["export"]["fingerprint"]
-    assert {p.parent.name for p in plans} == {"0_optim.lr=1e-05", "1_optim.lr=2e-05"}
+    assert {p.parent.name for p in plans} == {"0_+experiment=cot_8b,optim.lr=1e-05", "1_+experiment=cot_8b,optim.lr=2e-05"}
 
 
 def test_config_error_exits_2_with_the_message_and_no_traceback(tmp_path):
@@ -79,3 +79,22 @@ def test_non_dry_run_without_mindspeed_says_what_is_missing(tmp_path):
     proc = run(tmp_path, "+experiment=cot_8b", *PINNED_PATHS, check=False)
     assert proc.returncode == 2
     assert "backend.mindspeed.home" in proc.stderr and "dry_run=true" in proc.stderr
+
+
+def test_sweep_with_an_invalid_point_fails_before_running_any(tmp_path):
+    proc = run(tmp_path, "-m", "+experiment=cot_8b", "dry_run=true", "optim.global_batch_size=512,500",
+               *PINNED_PATHS, "hydra.sweep.dir=sweep", check=False)
+    assert proc.returncode == 2
+    assert "1 of the sweep's points are invalid; nothing was run" in proc.stderr
+    assert "point +experiment=cot_8b dry_run=True optim.global_batch_size=500" in proc.stderr
+    assert "not divisible by micro_batch_size x data-parallel = 4 x 2 = 8" in proc.stderr
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_glob_sweep_composes_every_experiment(tmp_path):
+    proc = run(tmp_path, "-m", "+experiment=glob(*)", "dry_run=true", *PINNED_PATHS, "hydra.sweep.dir=sweep")
+    from navila_testing import experiments
+
+    assert len(list((tmp_path / "sweep").glob("*/plan.json"))) == len(experiments()) == 3
+    for name in experiments():
+        assert f"navila_tune {name}:" in proc.stdout

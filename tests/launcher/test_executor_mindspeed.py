@@ -9,61 +9,13 @@ CANN environment, working directory, stop-on-failure with a useful error, and th
 from __future__ import annotations
 
 import json
-import shutil
 import stat
-import sys
-from pathlib import Path
 
 import pytest
 
-from navila_testing import REPO, compose
+from navila_testing import LLAMA3_8B_CONFIG, compose, standin_calls as calls
 from navila_tune.app import LaunchError, launch
 from navila_tune.validate import ConfigError
-
-STANDIN = REPO / "tests" / "fixtures" / "mindspeed_standin"
-LLAMA3_8B_CONFIG = {
-    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
-    "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
-    "vocab_size": 128256, "max_position_embeddings": 8192, "rope_theta": 500000.0, "rms_norm_eps": 1e-05,
-    "tie_word_embeddings": False, "torch_dtype": "bfloat16", "bos_token_id": 128000, "eos_token_id": 128009,
-}
-
-
-@pytest.fixture
-def site(tmp_path):
-    """A fake cluster: MindSpeed home, CANN env script, an 8B HF dir (no real weights), a parquet."""
-    home = tmp_path / "MindSpeed-LLM"
-    shutil.copytree(STANDIN, home)
-    models = tmp_path / "models" / "Meta-Llama-3-8B-Instruct"
-    models.mkdir(parents=True)
-    (models / "config.json").write_text(json.dumps(LLAMA3_8B_CONFIG))
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"):
-        (models / name).write_text("{}")
-    (models / "model-00001-of-00001.safetensors").write_bytes(b"")
-    before = {p: p.stat().st_mode for p in models.iterdir()}
-    data = tmp_path / "datasets" / "Alpaca-CoT"
-    data.mkdir(parents=True)
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    pq.write_table(pa.table({"instruction": ["a"], "input": [""], "output": ["b"]}), data / "train.parquet")
-    overrides = [
-        "+experiment=cot_8b_lora_1npu",
-        f"paths.models={tmp_path / 'models'}",
-        f"paths.data={tmp_path / 'datasets'}",
-        f"paths.mindspeed_home={home}",
-        f"paths.work_dir={tmp_path / 'work'}",
-        f"backend.mindspeed.env_script={home / 'set_env.sh'}",
-        f"backend.mindspeed.python={sys.executable}",
-        "optim.train_iters=4", "optim.save_interval=2",
-        "hardware.master_port=29611",
-    ]
-    return {"home": home, "models": models, "before": before, "overrides": overrides, "tmp": tmp_path}
-
-
-def calls(home: Path) -> list[dict]:
-    return [json.loads(line) for line in (home / "calls.jsonl").read_text().splitlines()]
-
 
 def test_stages_run_in_order_with_cann_env_and_write_the_run_record(site, tmp_path, capsys):
     run_dir = tmp_path / "run"
@@ -139,3 +91,44 @@ def test_architecture_mismatch_with_the_hf_dir_is_an_input_error(site, tmp_path)
     with pytest.raises(ConfigError) as info:
         launch(compose(*site["overrides"]), run_dir=str(tmp_path / "run"))
     assert "model.arch.num_query_groups = 8" in str(info.value) and "says 4" in str(info.value)
+
+
+def test_interrupted_training_resumes_from_its_own_latest_checkpoint(site, tmp_path, monkeypatch):
+    overrides = [*site["overrides"], "stages=[convert,preprocess,train]", "optim.train_iters=6"]
+    monkeypatch.setenv("STANDIN_CRASH_AFTER", "4")
+    with pytest.raises(LaunchError):
+        launch(compose(*overrides), run_dir=str(tmp_path / "run1"))
+    monkeypatch.delenv("STANDIN_CRASH_AFTER")
+    launch(compose(*overrides), run_dir=str(tmp_path / "run2"))
+    trains = [c for c in calls(site["home"]) if c["script"] == "posttrain_gpt.py"]
+    assert len(trains) == 2
+    first, second = trains[0]["argv"], trains[1]["argv"]
+    assert "--finetune" in first and "--no-load-optim" in first and "--no-load-rng" in first
+    assert "--finetune" not in second and "--no-load-optim" not in second and "--no-load-rng" not in second
+    load = second[second.index("--load") + 1]
+    assert load == second[second.index("--save") + 1] and load.endswith(".partial/ckpt")
+    # convert and preprocess were reused, not rebuilt
+    assert [c["script"] for c in calls(site["home"])].count("convert_ckpt.py") == 1
+    ckpt = tmp_path / "run2" / "stages" / "train" / "ckpt"
+    assert (ckpt / "latest_checkpointed_iteration.txt").read_text() == "6"
+    assert sorted(p.name for p in ckpt.glob("iter_*")) == ["iter_0000002", "iter_0000004", "iter_0000006"]
+
+
+def test_a_truncated_rank_file_is_not_a_checkpoint_to_resume(tmp_path):
+    from navila_tune.checkpoint_probe import latest_complete
+
+    root = tmp_path / "ckpt"
+    rank = root / "iter_0000010" / "mp_rank_00_001"
+    rank.mkdir(parents=True)
+    (root / "iter_0000010" / "mp_rank_00_000").mkdir()
+    import zipfile
+
+    for r in ("mp_rank_00_000", "mp_rank_00_001"):
+        with zipfile.ZipFile(root / "iter_0000010" / r / "model_optim_rng.pt", "w") as zf:
+            zf.writestr("archive/data.pkl", b"x" * 1000)
+    (root / "latest_checkpointed_iteration.txt").write_text("10")
+    assert latest_complete(root, tp=1, pp=2) == 10
+    data = (rank / "model_optim_rng.pt").read_bytes()
+    (rank / "model_optim_rng.pt").write_bytes(data[: len(data) // 2])
+    assert latest_complete(root, tp=1, pp=2) is None
+    assert latest_complete(root, tp=2, pp=2) is None  # rank files of another layout are missing

@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 from navila_tune import artifacts
 from navila_tune.arch import LlamaArch, format_number
 from navila_tune.backends.mindspeed.flag_parser import parse
+from navila_tune.checkpoint_probe import latest_complete
 from navila_tune.plan import Command, FileOp, StagePaths, StageSpec, Step
 
 ENV = {"CUDA_DEVICE_MAX_CONNECTIONS": "1"}
@@ -111,13 +112,18 @@ class MindSpeedBackend:
     def _train(self, p: Mapping[str, Any], rt: Mapping[str, Any], out: str, paths: StagePaths) -> list[Step]:
         par = p["parallelism"]
         lora = p["optim.finetune"] == "lora"
+        save = str(Path(out) / artifacts.CHECKPOINTS)
+        resume = latest_complete(save, par["tp"], par["pp"]) is not None
+        if resume:  # continue this build's own latest complete checkpoint: weights, optimizer, RNG, iteration
+            start = ["--load", save]
+        else:  # start from the converted weights only
+            start = ["--finetune", "--no-load-optim", "--no-load-rng",
+                     "--load", str(Path(paths.output("convert")) / artifacts.MEGATRON_BASE)]
         args = [
             "posttrain_gpt.py",
             "--stage", "sft",
-            "--finetune",
+            *start,
             "--is-instruction-dataset",
-            "--no-load-optim",
-            "--no-load-rng",
             *self._model_flags(p, par["tp"], par["pp"], par["num_layer_list"]),
             "--prompt-type", p["model.prompt_type"],
             *_switch("--sequence-parallel", par["sequence_parallel"] and par["tp"] > 1),
@@ -141,8 +147,7 @@ class MindSpeedBackend:
             "--data-path", str(Path(paths.output("preprocess")) / artifacts.TRAIN_PREFIX),
             "--split", "100,0,0",
             *_padding(p),
-            "--load", str(Path(paths.output("convert")) / artifacts.MEGATRON_BASE),
-            "--save", str(Path(out) / artifacts.CHECKPOINTS),
+            "--save", save,
             "--exit-on-missing-checkpoint",
             "--log-interval", str(rt["optim.log_interval"]),
             "--save-interval", str(p["optim.save_interval"]),
