@@ -35,9 +35,10 @@ def launch(cfg: DictConfig, run_dir: str | None = None) -> Any:
     from navila_tune.pipeline import build_plan
 
     run_dir = run_dir or _hydra_run_dir()
+    if cfg.plan:  # the planner's view first, so a refused run still shows its breakdown and options
+        print(_planner_report(cfg), flush=True)
     layout = validate(cfg, extra_checks=_planner_checks())
     if cfg.plan:
-        print(_planner_report(cfg))
         return None
     plan = build_plan(cfg, layout, run_dir=run_dir)
     record.write_config(run_dir, cfg)

@@ -57,6 +57,7 @@ class ParallelismConfig:
     sequence_parallel: bool = False
     num_layer_list: Optional[List[int]] = None
     distributed_optimizer: bool = False
+    reuse_fp32_param: bool = False  # MindSpeed --reuse-fp32-param
     recompute: RecomputeConfig = field(default_factory=RecomputeConfig)
 
 
@@ -121,6 +122,8 @@ class OptimConfig:
     save_interval: int = 1000
     seed: int = 1234
     precision: str = "bf16"  # bf16 | fp16 | fp32
+    o2_optimizer: bool = False  # MindSpeed --o2-optimizer: bf16 optimizer states
+    o2_gradient: bool = False  # MindSpeed --o2-gradient: bf16 gradients
 
 
 @dataclass

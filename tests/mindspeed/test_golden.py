@@ -134,3 +134,15 @@ def test_our_parsers_refuse_abbreviations_everywhere():
     """preprocess_data.py itself accepts unambiguous prefixes; rendered commands must never rely on that."""
     with pytest.raises(FlagError, match="unrecognized"):
         parse("preprocess_data.py", ["--input", "x", "--output-prefix", "y", "--handler", "A"])
+
+
+def test_mindspeed_memory_options_render_and_lower_the_estimate():
+    from navila_tune.planner import estimate
+
+    base = compose("+experiment=cot_8b")
+    saving = compose("+experiment=cot_8b", "parallelism.reuse_fp32_param=true", "optim.o2_optimizer=true",
+                     "optim.o2_gradient=true")
+    ns = parse(*script_args(next(c for s, c in commands(build_plan(saving, validate(saving), run_dir="/r"))
+                                 if s == "train")))
+    assert ns.reuse_fp32_param and ns.o2_optimizer and ns.o2_gradient
+    assert estimate(saving).total_gb < estimate(base).total_gb
