@@ -1,0 +1,3 @@
+from navila_tune.convert.cli import main
+
+raise SystemExit(main())
