@@ -30,7 +30,7 @@ class LaunchError(RuntimeError):
 
 def launch(cfg: DictConfig, run_dir: str | None = None) -> Any:
     """Validate, plan and (unless dry_run) execute; returns the run's objective for sweepers."""
-    from navila_tune import cache, record
+    from navila_tune import cache, record, report
     from navila_tune.executor import Executor
     from navila_tune.pipeline import build_plan
 
@@ -57,13 +57,18 @@ def launch(cfg: DictConfig, run_dir: str | None = None) -> Any:
     rows = [{"name": r.name, "status": r.status, "duration_s": r.duration_s, "output": r.output, "log": r.log}
             for r in results]
     failed = [r for r in results if r.status == "failed"]
+    collected = report.collect(plan, [r.name for r in results if r.status != "failed"])
+    metrics = report.headline(collected)
     summary = {"status": "failed" if failed else "ok", "duration_s": round(time.time() - started, 3),
-               "stages": rows}
+               "stages": rows, "metrics": metrics}
     record.write_summary(run_dir, summary)
-    print("\n" + record.format_summary(rows), flush=True)
+    text = report.render(f"navila_tune {cfg.experiment_name}: {summary['status']} in {summary['duration_s']:.0f} s",
+                         rows, collected)
+    report.write(run_dir, text, collected)
+    print("\n" + text + f"\nrun record: {run_dir}", flush=True)
     if failed:
         raise LaunchError(failed[0].detail)
-    return None
+    return metrics["accuracy"]
 
 
 def preflight(cfg: DictConfig) -> None:

@@ -9,6 +9,7 @@ TENSORBOARD = "tensorboard"  # train: event files
 GENERATIONS = "generations.jsonl"  # generate
 METRICS = "metrics.json"  # evaluate
 HF_EXPORT = "hf"  # export: HF model folder for NaVILA
+VILA_EXPORT = "vila"  # export (export.vila): the NaVILA/VILA checkpoint holding the fine-tuned llm/
 STAGE_LOG = "stage.log"  # every stage: its console output
 MARKER = "COMPLETE.json"  # every stage: written last; an output without it is not complete
 

@@ -40,7 +40,8 @@ PARAMS: dict[str, tuple[str, ...]] = {
     "evaluate": (*ARCH, *TOKENIZER, "evaluate.max_samples", "evaluate.max_new_tokens", "evaluate.baseline",
                  "data.eval_input", "data.map_keys", "data.answer_marker",
                  "data.seq_length", "optim.seed", "backend.native.device"),
-    "export": (*ARCH, *LORA, "model.hf_dir", "model.tokenizer_dir", "model.params_dtype"),
+    "export": (*ARCH, *LORA, "model.hf_dir", "model.tokenizer_dir", "model.params_dtype", "model.source_format",
+               "model.vila_dir", "export", "backend.native.device"),
 }
 RUNTIME: dict[str, tuple[str, ...]] = {
     "convert": (),
@@ -49,7 +50,7 @@ RUNTIME: dict[str, tuple[str, ...]] = {
               "hardware.node_rank", "backend.native.threads"),
     "generate": ("hardware.master_addr", "hardware.master_port", "backend.native.threads"),
     "evaluate": ("evaluate.batch_size", "backend.native.threads"),
-    "export": (),
+    "export": ("backend.native.threads",),
 }
 # Stage -> the stages whose outputs it reads.
 UPSTREAM: dict[str, tuple[str, ...]] = {
@@ -58,7 +59,7 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
     "train": ("convert", "preprocess"),
     "generate": ("train", "convert"),
     "evaluate": ("train", "convert"),
-    "export": ("train", "convert"),
+    "export": ("train", "convert", "preprocess"),  # preprocess: training samples for the hand-off check
 }
 
 
@@ -79,7 +80,7 @@ def input_files(name: str, params: dict[str, Any]) -> list[str]:
         "train": ("model.tokenizer_dir",),
         "generate": ("model.tokenizer_dir", "data.eval_input"),
         "evaluate": ("model.tokenizer_dir", "data.eval_input"),
-        "export": ("model.hf_dir", "model.tokenizer_dir"),
+        "export": ("model.hf_dir", "model.tokenizer_dir", "model.vila_dir"),
     }[name]
     seen: list[str] = []
     for k in keys:

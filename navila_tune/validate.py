@@ -20,6 +20,7 @@ LORA_TARGETS = ("linear_qkv", "linear_proj", "linear_fc1", "linear_fc2")
 PRECISIONS = ("bf16", "fp16", "fp32")
 LR_DECAY_STYLES = ("constant", "linear", "cosine")
 OVERLONG = ("mindspeed", "truncate", "fail")
+SOURCE_FORMATS = ("hf", "vila")
 ACCELERATORS = ("npu", "cuda", "cpu")
 BACKEND_STAGES = {
     "mindspeed": ("convert", "preprocess", "train", "generate", "export"),
@@ -298,6 +299,46 @@ def _generate(cfg: Any, layout: Layout) -> Iterable[Problem]:
                       "put each prompt on one line")
 
 
+@check
+def _handoff(cfg: Any, layout: Layout) -> Iterable[Problem]:
+    """The VILA source (one fact: model.vila_dir; hf_dir derived from it) and the export's NaVILA settings."""
+    m, e = cfg.model, cfg.export
+    if m.source_format not in SOURCE_FORMATS:
+        yield Problem("model.source_format", m.source_format, "unknown value",
+                      f"use one of: {', '.join(SOURCE_FORMATS)}")
+    elif m.source_format == "vila":
+        if not m.vila_dir:
+            yield Problem("model.vila_dir", m.vila_dir, "model.source_format=vila needs the VILA checkpoint",
+                          "set model.vila_dir to the NaVILA/VILA checkpoint (config.json, llm/, vision_tower/, "
+                          "mm_projector/)")
+        elif Path(m.hf_dir) != Path(m.vila_dir) / "llm":
+            yield Problem("model.hf_dir", m.hf_dir, f"a VILA source fine-tunes {m.vila_dir}/llm, not another folder",
+                          "set model.hf_dir=${model.vila_dir}/llm (derived; do not point it elsewhere)")
+    elif m.vila_dir:
+        yield Problem("model.vila_dir", m.vila_dir, "set, but model.source_format is hf",
+                      "set model.source_format=vila to fine-tune its llm/, or remove model.vila_dir")
+    if e.vila and m.source_format != "vila":
+        yield Problem("export.vila", True, "a VILA checkpoint is spliced from the source's vision tower and projector, "
+                      "and model.source_format is not vila", "set model.source_format=vila and model.vila_dir, or "
+                      "export.vila=false")
+    if e.check_samples < 1 or e.check_max_tokens < 2:
+        yield Problem("export.check_samples", e.check_samples, "check_samples >= 1 and check_max_tokens >= 2 are "
+                      "required", "e.g. export.check_samples=4 export.check_max_tokens=512")
+    bad = [d for d in e.check_dtypes if d not in PRECISIONS]
+    if bad or not e.check_dtypes:
+        yield Problem("export.check_dtypes", list(e.check_dtypes), f"unknown dtype(s) {bad}" if bad else "empty",
+                      f"use a subset of {list(PRECISIONS)} (NaVILA trains in bf16 and evaluates in fp16)")
+    if "export" in cfg.stages:
+        from navila_tune.handoff.facts import forbidden_substrings
+
+        work = str(Path(cfg.paths.work_dir).expanduser().resolve())
+        hits = forbidden_substrings(work)
+        if hits:
+            yield Problem("paths.work_dir", cfg.paths.work_dir, f"contains {hits}; the export lands under it, and "
+                          "NaVILA picks its model class by substrings of the path (mpt/mistral/mixtral/gemma)",
+                          "use a work dir whose path contains none of them")
+
+
 def check_inputs(cfg: Any) -> None:
     """Run-time checks of the files a run reads (not done in dry run)."""
     problems: list[Problem] = []
@@ -330,8 +371,24 @@ def check_inputs(cfg: Any) -> None:
     if not (tok / "tokenizer.json").is_file() and not (tok / "tokenizer_config.json").is_file():
         problems.append(Problem("model.tokenizer_dir", str(tok), "no tokenizer.json or tokenizer_config.json there",
                                 "point model.tokenizer_dir at the HF tokenizer directory"))
+    problems.extend(_check_handoff_inputs(cfg))
     if problems:
         raise ConfigError(problems, what="inputs")
+
+
+def _check_handoff_inputs(cfg: Any) -> list[Problem]:
+    from navila_tune.handoff.vila import layout_problems
+
+    problems = []
+    if cfg.model.source_format == "vila" and cfg.model.vila_dir:
+        problems += [Problem("model.vila_dir", cfg.model.vila_dir, why, "point model.vila_dir at a NaVILA/VILA "
+                             "checkpoint (config.json, llm/, vision_tower/, mm_projector/)")
+                     for why in layout_problems(cfg.model.vila_dir)]
+    py = cfg.export.navila_python
+    if py and "export" in cfg.stages and not Path(py).is_file():
+        problems.append(Problem("export.navila_python", py, "no such file", "create the pinned environment with "
+                                "scripts/make_navila_env.sh and give its bin/python, or remove the key"))
+    return problems
 
 
 def _check_data_file(key: str, path: Path, map_keys: Any) -> list[Problem]:

@@ -39,3 +39,33 @@ def standin_calls(home: Path) -> list[dict]:
     import json
 
     return [json.loads(line) for line in (home / "calls.jsonl").read_text().splitlines()]
+
+
+# A shortened embedded default for pipeline tests: the same stages and files, a few iterations and few
+# evaluation samples, one CPU thread per process.
+QUICK_TINY = [
+    "optim.train_iters=12", "optim.save_interval=4", "optim.eval_interval=6", "optim.eval_iters=1",
+    "optim.log_interval=4", "evaluate.max_samples=8", "evaluate.max_new_tokens=24", "evaluate.batch_size=8",
+    "generate.num_eval_prompts=2", "generate.max_new_tokens=24", "backend.native.threads=1",
+]
+
+
+def run_navila(cwd: Path, *overrides: str, check: bool = True, timeout: float = 900):
+    """``python -m navila_tune OVERRIDES`` in ``cwd`` (a real process), with no user environment."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NAVILA_", "MINDSPEED_"))}
+    proc = subprocess.run([sys.executable, "-m", "navila_tune", *overrides], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return proc
+
+
+def stage_records(run_dir: Path) -> dict[str, dict]:
+    """Stage name -> its row in the run's summary.json (status ran / reused / failed, output, duration)."""
+    import json
+
+    return {s["name"]: s for s in json.loads((run_dir / "summary.json").read_text())["stages"]}

@@ -39,6 +39,10 @@ class ModelConfig:
     init_seed: Optional[int] = None
     # Where the checkpoint dtype comes from: the HF weights are converted to this dtype.
     params_dtype: str = "bf16"
+    # hf: hf_dir is a plain HF Llama directory. vila: vila_dir is a NaVILA/VILA checkpoint (config.json,
+    # llm/, vision_tower/, mm_projector/) whose llm/ is fine-tuned; hf_dir must then be ${.vila_dir}/llm.
+    source_format: str = "hf"
+    vila_dir: Optional[str] = None
 
 
 @dataclass
@@ -190,6 +194,16 @@ class EvaluateConfig:
 
 
 @dataclass
+class ExportConfig:
+    vila: bool = False  # also write a VILA checkpoint: model.vila_dir's vision_tower/, mm_projector/ + the new llm/
+    handoff_check: bool = True  # run the NaVILA hand-off check on the export (a failure fails the stage)
+    check_samples: int = 4  # training samples of the loss-equivalence check
+    check_max_tokens: int = 512  # tokens kept per sample
+    check_dtypes: List[str] = field(default_factory=lambda: ["fp32", "bf16", "fp16"])
+    navila_python: Optional[str] = None  # python of a NaVILA-pinned env (scripts/make_navila_env.sh): load it there too
+
+
+@dataclass
 class NavilaTuneConfig:
     model: ModelConfig = MISSING
     parallelism: ParallelismConfig = MISSING
@@ -200,6 +214,7 @@ class NavilaTuneConfig:
     paths: PathsConfig = MISSING
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     stages: List[str] = field(default_factory=lambda: list(STAGES))
     dry_run: bool = False
     force: List[str] = field(default_factory=list)

@@ -14,6 +14,12 @@ For every held-out sample (Alpaca columns through ``map_keys``) the prompt is th
   ``navila_action_accuracy`` the share whose parsed action (kind and snapped magnitude) equals the
   reference answer's, and ``stop_hazard_count`` the generations where "stop" appears before the final
   line while their own answer is not stop: NaVILA's parser executes STOP for those.
+- the action-format report (navigation data): how NaVILA's evaluator, which sees only the first
+  ``NAVILA_MAX_NEW_TOKENS`` (32) new tokens, reads the final action each generation states
+  (``navila_actions.navila_reading``): ``navila_read_correctly_rate``, ``navila_misread_rate`` split into
+  ``navila_misread_stop_rate`` ("stop" elsewhere in the text), ``navila_misread_truncated_rate`` (answer
+  beyond 32 new tokens) and ``navila_misread_other_rate``, and ``navila_no_final_action_rate``; the same
+  for the references (``reference_navila_*``), which says whether the data's CoT format itself survives.
 Results go to ``output_json`` (per-sample rows to ``<output_json stem>.generations.jsonl``) and are returned.
 """
 
@@ -33,7 +39,8 @@ import torch
 from navila_tune.native.batching import collate
 from navila_tune.native.generate import Sampling, _device, generate_ids, load_for_inference, write_jsonl
 from navila_tune.native.modeling import masked_ce_sum
-from navila_tune.native.navila_actions import (answer_line, answer_text, normalise_answer, parse_navila_action,
+from navila_tune.native.navila_actions import (NAVILA_MAX_NEW_TOKENS, READINGS, answer_line, answer_text,
+                                               navila_reading, normalise_answer, parse_navila_action,
                                                stop_before_final_line)
 from navila_tune.native.prompting import (encode_chat_prompt, encode_chat_sample, load_tokenizer, stop_token_ids,
                                           user_content)
@@ -78,7 +85,10 @@ def evaluate(params: EvaluateParams) -> dict[str, Any]:
                              batch_size=p.batch_size, vocab_limit=len(tokenizer), seed=0, device=device)
     texts = [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids, _ in generated]
     references = [str(row[keys["response"]]) for row in rows]
-    per_sample, scores = score_generations(texts, references, p.answer_marker, p.navigation)
+    seen = [_first_tokens(tokenizer, ids) for ids, _ in generated]
+    seen_refs = [_first_tokens(tokenizer, tokenizer.encode(ref, add_special_tokens=False)) for ref in references]
+    per_sample, scores = score_generations(texts, references, p.answer_marker, p.navigation, seen=seen,
+                                           seen_references=seen_refs)
     for record, (ids, reason), row in zip(per_sample, generated, rows):
         record.update(num_tokens=len(ids), finish_reason=reason, prompt=row["user"])
     results = {
@@ -159,11 +169,23 @@ def teacher_forced_loss(model, samples: list[tuple[list[int], list[int]]], seq_l
     return (total / count if count else float("nan")), count, overlong
 
 
-def score_generations(texts: list[str], references: list[str], marker: str,
-                      navigation: bool | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Per-sample rows and the aggregate answer / NaVILA scores."""
+def _first_tokens(tokenizer: Any, ids: list[int]) -> str:
+    """What NaVILA's evaluator sees of a generation: its first 32 new tokens, decoded as it decodes them."""
+    return tokenizer.decode(list(ids)[:NAVILA_MAX_NEW_TOKENS], skip_special_tokens=True).strip()
+
+
+def score_generations(texts: list[str], references: list[str], marker: str, navigation: bool | None,
+                      seen: list[str] | None = None,
+                      seen_references: list[str] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Per-sample rows and the aggregate answer / NaVILA scores.
+
+    ``seen`` / ``seen_references``: each text's first ``NAVILA_MAX_NEW_TOKENS`` tokens, decoded (default:
+    the whole text, i.e. no truncation) for the action-format report.
+    """
+    seen = seen if seen is not None else texts
+    seen_references = seen_references if seen_references is not None else references
     rows = []
-    for text, ref in zip(texts, references):
+    for text, ref, text_seen, ref_seen in zip(texts, references, seen, seen_references):
         got, want = normalise_answer(answer_text(text, marker)), normalise_answer(answer_text(ref, marker))
         if want is None:  # reference without the marker: compare final lines
             got, want = normalise_answer(answer_text(text, "")), normalise_answer(answer_text(ref, ""))
@@ -177,6 +199,8 @@ def score_generations(texts: list[str], references: list[str], marker: str,
             "navila_action": asdict(gen_action) if gen_action else None,
             "reference_action": asdict(ref_action) if ref_action else None,
             "stop_hazard": hazard,
+            "navila_reading": navila_reading(text, text_seen, marker)[0],
+            "reference_navila_reading": navila_reading(ref, ref_seen, marker)[0],
         })
     n = max(len(rows), 1)
     is_nav = navigation if navigation is not None else (
@@ -193,8 +217,18 @@ def score_generations(texts: list[str], references: list[str], marker: str,
             navila_action_accuracy=sum(r["navila_action"] is not None and r["navila_action"] == r["reference_action"]
                                        for r in rows) / n,
             stop_hazard_count=sum(r["stop_hazard"] for r in rows),
+            navila_max_new_tokens=NAVILA_MAX_NEW_TOKENS,
+            **_reading_rates(rows, "navila_reading", "navila_"),
+            **_reading_rates(rows, "reference_navila_reading", "reference_navila_"),
         )
     return rows, scores
+
+
+def _reading_rates(rows: list[dict[str, Any]], key: str, prefix: str) -> dict[str, float]:
+    n = max(len(rows), 1)
+    rates = {f"{prefix}{r}_rate": sum(row[key] == r for row in rows) / n for r in READINGS}
+    rates[f"{prefix}misread_rate"] = sum(row[key].startswith("misread") for row in rows) / n
+    return rates
 
 
 def _history(row: dict[str, Any], key: str | None) -> list[tuple[str, str]]:

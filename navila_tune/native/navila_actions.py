@@ -90,3 +90,33 @@ def stop_before_final_line(text: str) -> bool:
     """The word "stop" occurs in the lines before the final line."""
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return any(_STOP_WORD.search(line) for line in lines[:-1])
+
+
+# NaVILA's evaluator generates at most this many new tokens (navila_trainer.py, ``max_new_tokens=32``).
+NAVILA_MAX_NEW_TOKENS = 32
+# How NaVILA's evaluator reads a generation, compared with the final action the generation itself states.
+READINGS = ("read_correctly", "misread_stop", "misread_truncated", "misread_other", "no_final_action")
+
+
+def navila_reading(text: str, seen: str, marker: str) -> tuple[str, NavAction | None, NavAction | None]:
+    """(reading, the stated final action, what NaVILA executes) for one generation.
+
+    ``text`` is the whole generation, ``seen`` what NaVILA would see of it: its first
+    ``NAVILA_MAX_NEW_TOKENS`` new tokens, decoded. The stated action is the parse of the answer line
+    (the line holding the last ``marker``, else the final line). Readings, in this order:
+    ``no_final_action`` (the answer line states none), ``read_correctly`` (NaVILA executes it),
+    ``misread_stop`` (NaVILA executes STOP: "stop" occurs elsewhere, and it is tested first over the
+    whole text), ``misread_truncated`` (the answer line lies beyond the first 32 new tokens),
+    ``misread_other`` (e.g. an earlier "is move forward" or magnitude in the reasoning wins).
+    """
+    stated = parse_navila_action(answer_line(text, marker))
+    executed = parse_navila_action(seen)
+    if stated is None:
+        return "no_final_action", None, executed
+    if executed == stated:
+        return "read_correctly", stated, executed
+    if executed is not None and executed.kind == "stop":
+        return "misread_stop", stated, executed
+    if answer_line(text, marker) not in seen:
+        return "misread_truncated", stated, executed
+    return "misread_other", stated, executed

@@ -18,6 +18,7 @@ from navila_tune.checkpoint_probe import latest_complete
 from navila_tune.plan import Command, FileOp, StagePaths, StageSpec, Step
 
 ENV = {"CUDA_DEVICE_MAX_CONNECTIONS": "1"}
+HANDOFF = ("-m", "navila_tune.handoff")  # navila_tune's hand-off CLI, run with the backend's python
 # model_cfg.json family for Llama 3 in convert_ckpt.py (there is no "llama3" choice).
 MODEL_TYPE_HF = {"llama3": "llama2"}
 PRECISION_FLAGS = {"bf16": ["--bf16"], "fp16": ["--fp16"], "fp32": []}
@@ -57,7 +58,7 @@ class MindSpeedBackend:
         """The stage's steps; every command is parsed with its script's real flag definitions first."""
         steps = getattr(self, f"_{spec.name}")(spec.params, spec.runtime, out, paths)
         for step in steps:
-            if isinstance(step, Command):
+            if isinstance(step, Command) and not is_handoff_command(step):
                 parse(*script_args(step))
         return steps
 
@@ -213,7 +214,37 @@ class MindSpeedBackend:
             FileOp("copy", hf_out, src=p["model.tokenizer_dir"], names=artifacts.TOKENIZER_FILES, optional=True),
             FileOp("copy", hf_out, src=source, names=(artifacts.GENERATION_CONFIG,), optional=True),
             FileOp("remove", scratch),
+            *self._handoff(p, out, paths, hf_out),
         ]
+
+    def _handoff(self, p: Mapping[str, Any], out: str, paths: StagePaths, hf_out: str) -> list[Step]:
+        """NaVILA's side: stop ids in generation_config.json, the VILA splice, the hand-off check.
+
+        They run with the backend's python (navila_tune must be installed there); the check's loss
+        reference is the trained checkpoint as the native backend reads it, except for LoRA, whose
+        MindSpeed checkpoint holds only the adapter (the loss items are then reported as skipped).
+        """
+        e = p["export"]
+        vila_out, vila_final = str(Path(out) / artifacts.VILA_EXPORT), str(Path(paths.output("export"))
+                                                                         / artifacts.VILA_EXPORT)
+        steps: list[Step] = [self.command(["finalize", hf_out], HANDOFF)]
+        if e["vila"]:
+            steps.append(self.command(["splice", "--source", p["model.vila_dir"], "--llm", hf_out, "--out", vila_out,
+                                       "--final", vila_final], HANDOFF))
+        if not e["handoff_check"]:
+            return steps
+        args = ["check", hf_out, "--arch", json.dumps(p["model.arch"], separators=(",", ":"), sort_keys=True),
+                "--dtype", p["model.params_dtype"], "--source-tokenizer", p["model.tokenizer_dir"],
+                "--samples", str(e["check_samples"]), "--max-tokens", str(e["check_max_tokens"]),
+                "--dtypes", ",".join(e["check_dtypes"]), "--out", out, "--relocate", f"{out}={paths.output('export')}"]
+        if p["optim.finetune"] != "lora":
+            args += ["--megatron", str(Path(paths.output("train")) / artifacts.CHECKPOINTS),
+                     "--data-prefix", str(Path(paths.output("preprocess")) / artifacts.TRAIN_PREFIX)]
+        if e["navila_python"]:
+            args += ["--navila-python", e["navila_python"]]
+        if e["vila"]:
+            args += ["--vila", vila_out, "--vila-source", p["model.vila_dir"], "--vila-final", vila_final]
+        return [*steps, self.command(args, HANDOFF)]
 
     # -- shared pieces ------------------------------------------------------------------------------
 
@@ -282,6 +313,12 @@ def _torchrun(nproc: int, nnodes: int, rt: Mapping[str, Any]) -> list[str]:
         "--master_addr", str(rt.get("hardware.master_addr") or "localhost"),
         "--master_port", str(rt.get("hardware.master_port") or 6000),
     ]
+
+
+def is_handoff_command(command: Command) -> bool:
+    """A ``python -m navila_tune.handoff ...`` step (navila_tune's own CLI, not a MindSpeed script)."""
+    n = len(HANDOFF)
+    return any(tuple(command.argv[i:i + n]) == HANDOFF for i in range(len(command.argv)))
 
 
 def script_args(command: Command) -> tuple[str, list[str]]:

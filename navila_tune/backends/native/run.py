@@ -151,7 +151,8 @@ def evaluate(job: Job) -> dict[str, Any]:
         results["base"] = run_evaluate(EvaluateParams(
             load_dir=str(Path(up["convert"]) / artifacts.MEGATRON_BASE), output_json=str(out / "base.json"),
             label="base", **common))
-    (out / artifacts.METRICS).write_text(json.dumps(results, indent=1, sort_keys=True))
+    results = final_paths(results, job["output"])
+    (out / artifacts.METRICS).write_text(json.dumps(results, indent=1, sort_keys=True, default=str))
     return results
 
 
@@ -159,11 +160,45 @@ def evaluate(job: Job) -> dict[str, Any]:
 def export(job: Job) -> dict[str, Any]:
     from navila_tune.convert import megatron_to_hf
 
+    _threads(job)
     p, out, up = job["params"], Path(job["output"]), job["upstream"]
     hf_out = out / artifacts.HF_EXPORT
-    megatron_to_hf(Path(up["train"]) / artifacts.CHECKPOINTS, hf_out, source_hf_dir=p["model.hf_dir"],
-                   dtype=p["model.params_dtype"], expected_arch=_arch(p))
-    return {"hf": str(hf_out)}
+    trained = Path(up["train"]) / artifacts.CHECKPOINTS
+    megatron_to_hf(trained, hf_out, source_hf_dir=p["model.hf_dir"], dtype=p["model.params_dtype"],
+                   expected_arch=_arch(p))
+    return {"hf": str(hf_out), **_handoff(job, hf_out, trained)}
+
+
+def _handoff(job: Job, hf_out: Path, trained: Path) -> dict[str, Any]:
+    """NaVILA's side of the export: stop ids, the VILA splice, the hand-off check (its failure fails the stage)."""
+    from navila_tune.handoff import CheckOptions, ensure_generation_config, run_checks, splice_vila
+
+    p, out, e = job["params"], Path(job["output"]), job["params"]["export"]
+    result: dict[str, Any] = ensure_generation_config(hf_out)
+    vila_out = out / artifacts.VILA_EXPORT
+    if e["vila"]:
+        result["splice"] = splice_vila(p["model.vila_dir"], hf_out, vila_out,
+                                       final_dir=final_paths(str(vila_out), job["output"]))
+        result["vila"] = str(vila_out)
+    if not e["handoff_check"]:
+        return result
+    report = run_checks(CheckOptions(
+        hf_dir=str(hf_out), arch=_arch(p), dtype=p["model.params_dtype"], source_tokenizer_dir=p["model.tokenizer_dir"],
+        megatron_dir=str(trained), data_prefix=str(Path(job["upstream"]["preprocess"]) / artifacts.TRAIN_PREFIX),
+        samples=e["check_samples"], max_tokens=e["check_max_tokens"], dtypes=e["check_dtypes"],
+        device=p["backend.native.device"], navila_python=e["navila_python"],
+        vila_dir=str(vila_out) if e["vila"] else None, vila_source=p["model.vila_dir"] if e["vila"] else None,
+        vila_final_dir=final_paths(str(vila_out), job["output"]) if e["vila"] else None))
+    if report.ok:  # the folder is renamed to its final name once the stage completes
+        report.relocate(job["output"], final_paths(job["output"], job["output"]))
+    json_path, text_path = report.write(out)
+    print(report.text(), flush=True)
+    if not report.ok:
+        raise SystemExit(f"NaVILA hand-off check failed ({', '.join(i.name for i in report.failures)}); the report "
+                         f"is {text_path}. Fix what it names and re-run the export stage.")
+    result["handoff"] = {"status": "pass", "report": str(json_path),
+                         "warnings": [i.name for i in report.items if i.status == "warn"]}
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,8 +209,22 @@ def main(argv: list[str] | None = None) -> int:
     job = json.loads(Path(args[0]).read_text())
     result = STAGES[job["stage"]](job)
     if _is_rank_zero():
-        (Path(job["output"]) / "result.json").write_text(json.dumps(result, indent=1, sort_keys=True, default=str))
+        out = Path(job["output"])
+        (out / "result.json").write_text(json.dumps(final_paths(result, job["output"]), indent=1, sort_keys=True,
+                                                    default=str))
     return 0
+
+
+def final_paths(obj: Any, partial: str) -> Any:
+    """Paths into the stage's ``.partial`` folder, as they will read once the executor renamed it."""
+    final = partial[: -len(".partial")] if partial.endswith(".partial") else partial
+    if isinstance(obj, str):
+        return obj.replace(partial, final)
+    if isinstance(obj, dict):
+        return {k: final_paths(v, partial) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [final_paths(v, partial) for v in obj]
+    return obj
 
 
 def _is_rank_zero() -> bool:

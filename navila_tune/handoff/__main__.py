@@ -1,0 +1,5 @@
+import sys
+
+from navila_tune.handoff.cli import main
+
+sys.exit(main())
