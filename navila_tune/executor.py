@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, Sequence
 
 from navila_tune import artifacts
+from navila_tune.cluster.nodes import ALL_NODES, NodeInfo
 from navila_tune.plan import Command, FileOp, Plan, Stage, Step
 
 TAIL_LINES = 30
@@ -108,18 +109,52 @@ def stage_lock(stage: Stage, console: Callable[[str], None]) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def signal_path(work_dir: str, run_id: str) -> Path:
+    return Path(work_dir) / ".runs" / run_id
+
+
+def wait_for_leader(work_dir: str, run_id: str, console: Callable[[str], None] = print, poll_s: float = 1.0) -> None:
+    """A follower node waits until node 0 has started the run (and removed what it was told to rebuild)."""
+    ready, failed = Path(f"{signal_path(work_dir, run_id)}.ready"), Path(f"{signal_path(work_dir, run_id)}.failed")
+    said = False
+    while not ready.exists():
+        if failed.exists():
+            raise StageFailed("start", str(failed), f"node 0 failed: {failed.read_text().splitlines()[0]}")
+        if not said:
+            console(f"waiting for node 0 to start run {run_id}")
+            said = True
+        time.sleep(poll_s)
+
+
 class Executor:
+    """Runs the selected stages of a plan on this node.
+
+    On a multi-node run every node runs an executor: node 0 builds every stage; the other nodes join
+    the stages in ``ALL_NODES`` (one torchrun agent each) and otherwise wait for node 0's completion
+    markers. Node 0 signals through ``<work>/.runs/<run_id>.{ready,failed}``.
+    """
+
     def __init__(self, plan: Plan, *, force: Sequence[str] = (), console: Callable[[str], None] = print,
-                 stream: BinaryIO | None = None):
+                 stream: BinaryIO | None = None, node: NodeInfo | None = None, run_id: str = "local",
+                 poll_s: float = 1.0):
         self.plan = plan
         self.force = set(force)
         self.console = console
         self.stream = stream if stream is not None else sys.stdout.buffer
+        self.node = node or NodeInfo(rank=0, count=1, master_addr="127.0.0.1", source="config")
+        self.suffix = "" if self.node.is_first else f".node{self.node.rank}"
         self.logs_dir = Path(plan.run_dir) / "logs"
         self.links_dir = Path(plan.run_dir) / "stages"
+        self.signals = signal_path(plan.work_dir, run_id)
+        self.poll_s = poll_s
 
     def run(self) -> list[StageResult]:
+        if not self.node.is_first:
+            return self._run_follower()
+        self._clear_signals()
+        self._remove_forced()
         self.check_upstream()
+        self._signal("ready")
         results = []
         for stage in self.plan.stages:
             if stage.name not in self.plan.selected:
@@ -127,7 +162,64 @@ class Executor:
             result = self.run_stage(stage)
             results.append(result)
             if result.status == "failed":
-                break
+                self._signal("failed", result.detail)
+                return results
+        Path(f"{self.signals}.ready").unlink(missing_ok=True)  # followers now wait on markers only
+        return results
+
+    # -- multi-node -------------------------------------------------------------------------------
+
+    def _signal(self, what: str, detail: str = "") -> None:
+        if self.node.count > 1:
+            self.signals.parent.mkdir(parents=True, exist_ok=True)
+            Path(f"{self.signals}.{what}").write_text(detail or f"node {self.node.rank} pid {os.getpid()}\n")
+
+    def _clear_signals(self) -> None:
+        for what in ("ready", "failed"):
+            Path(f"{self.signals}.{what}").unlink(missing_ok=True)
+
+    def _remove_forced(self) -> None:
+        """Forced outputs go first, before any other node can mistake them for this run's."""
+        for stage in self.plan.stages:
+            if stage.name in self.force and stage.name in self.plan.selected:
+                with stage_lock(stage, self.console):
+                    for path in (Path(stage.output), Path(stage.partial)):
+                        if path.exists():
+                            _remove(path)
+
+    def _wait(self, what: str, done: Callable[[], bool]) -> None:
+        said = False
+        while not done():
+            failed = Path(f"{self.signals}.failed")
+            if failed.exists():
+                raise StageFailed(what, str(failed), f"node 0 failed: {failed.read_text().splitlines()[0]}")
+            if not said:
+                self.console(f"[node {self.node.rank}] waiting for node 0: {what}")
+                said = True
+            time.sleep(self.poll_s)
+
+    def _run_follower(self) -> list[StageResult]:
+        results = []
+        try:
+            for stage in self.plan.stages:
+                if stage.name not in self.plan.selected:
+                    continue
+                started = time.time()
+                log = str(self.logs_dir / f"{stage.name}{self.suffix}.log")
+                if stage.name in ALL_NODES and not is_complete(stage):
+                    Path(stage.partial).mkdir(parents=True, exist_ok=True)
+                    self.logs_dir.mkdir(parents=True, exist_ok=True)
+                    with open(log, "ab") as fh:
+                        for step in stage.steps:
+                            if isinstance(step, Command):
+                                self._run_command(stage, step, (fh,))
+                            elif step.op in ("write", "mkdir"):
+                                run_file_op(step)
+                status = "ran" if stage.name in ALL_NODES else "reused"
+                self._wait(f"{stage.name} ({stage.output})", lambda s=stage: is_complete(s))
+                results.append(StageResult(stage.name, status, stage.output, log, time.time() - started))
+        except StageFailed as e:
+            results.append(StageResult(e.stage, "failed", "", e.log, 0.0, str(e)))
         return results
 
     def check_upstream(self) -> None:

@@ -104,6 +104,28 @@ class Plan:
         return {"version": __version__, "work_dir": self.work_dir, "run_dir": self.run_dir,
                 "selected": list(self.selected), "stages": [s.to_dict() for s in self.stages]}
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Plan":
+        """The plan as ``plan.json`` recorded it (what a stage job on a cluster node executes)."""
+        stages = []
+        for d in data["stages"]:
+            steps: list[Step] = []
+            for step in d["steps"]:
+                fields_ = {k: v for k, v in step.items() if k not in ("kind", "display")}
+                if step["kind"] == "Command":
+                    fields_["argv"] = tuple(fields_["argv"])
+                    steps.append(Command(**fields_))
+                else:
+                    fields_["names"] = tuple(fields_["names"])
+                    steps.append(FileOp(**fields_))
+            stages.append(Stage(
+                name=d["name"], backend=d["backend"], steps=tuple(steps), params=d["params"],
+                inputs=tuple(d["inputs"]), upstream=tuple(d["upstream"]), output=d["output"],
+                fingerprint=d["fingerprint"], fingerprint_inputs=d["fingerprint_inputs"],
+                resumable=d["resumable"]))
+        return cls(stages=tuple(stages), work_dir=data["work_dir"], run_dir=data["run_dir"],
+                   selected=tuple(data["selected"]))
+
 
 FileIdentity = Callable[[str], Any]
 

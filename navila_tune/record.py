@@ -21,8 +21,9 @@ def write_plan(run_dir: str, plan: Plan) -> None:
     (Path(run_dir) / "plan.json").write_text(json.dumps(plan.to_dict(), indent=1, default=str))
 
 
-def write_summary(run_dir: str, summary: dict[str, Any]) -> None:
-    (Path(run_dir) / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+def write_summary(run_dir: str, summary: dict[str, Any], name: str = "summary.json") -> None:
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    (Path(run_dir) / name).write_text(json.dumps(summary, indent=1, default=str))
 
 
 def format_argv(argv: Sequence[str], indent: str = "      ") -> str:

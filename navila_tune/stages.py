@@ -47,7 +47,7 @@ RUNTIME: dict[str, tuple[str, ...]] = {
     "convert": (),
     "preprocess": ("data.workers",),
     "train": ("optim.log_interval", "hardware.master_addr", "hardware.master_port", "hardware.rdzv_backend",
-              "hardware.node_rank", "backend.native.threads"),
+              "hardware.rdzv_id", "hardware.node_rank", "backend.native.threads"),
     "generate": ("hardware.master_addr", "hardware.master_port", "backend.native.threads"),
     "evaluate": ("evaluate.batch_size", "backend.native.threads"),
     "export": ("backend.native.threads",),

@@ -115,6 +115,7 @@ def _choices(cfg: Any, layout: Layout) -> Iterable[Problem]:
         ("hardware.accelerator", ACCELERATORS),
         ("backend.name", tuple(BACKEND_STAGES)),
         ("backend.native.device", ("cpu", "cuda")),
+        ("cluster.mode", ("local", "sbatch")),
     ]:
         value = OmegaConf.select(cfg, key)
         if value not in allowed:

@@ -25,12 +25,36 @@ def dirname_safe(text: str) -> str:
     return safe if len(safe) <= 120 else safe[:100] + "-" + hashlib.sha256(safe.encode()).hexdigest()[:8]
 
 
+def slurm_minutes(time: str) -> int:
+    """Slurm time ``[D-]HH:MM:SS`` (or ``MM``) as minutes, for the submitit launcher's timeout."""
+    days, _, clock = str(time).rpartition("-")
+    parts = [int(p) for p in clock.split(":")]
+    while len(parts) < 3:
+        parts = [0, *parts] if len(parts) == 2 else [0, parts[0], 0]
+    hours, minutes, seconds = parts
+    return (int(days or 0) * 24 + hours) * 60 + minutes + (1 if seconds else 0)
+
+
+def slurm_resources(kind: str, accelerator: str, devices: int) -> object:
+    """What one node asks Slurm for: a CPU per process on CPU runs, GPUs as gpus, NPUs as gres."""
+    if kind == "cpus":
+        return int(devices) if accelerator == "cpu" else None
+    if kind == "gpus":
+        return int(devices) if accelerator == "cuda" else None
+    if kind == "gres":
+        return f"npu:{int(devices)}" if accelerator == "npu" else None
+    raise ValueError(kind)
+
+
 def setup() -> None:
     """Register schemas and resolvers once per process."""
     if not OmegaConf.has_resolver("navila_asset"):
         OmegaConf.register_new_resolver("navila_asset", asset_path)
     if not OmegaConf.has_resolver("navila_dirname"):
         OmegaConf.register_new_resolver("navila_dirname", dirname_safe)
+    if not OmegaConf.has_resolver("navila_minutes"):
+        OmegaConf.register_new_resolver("navila_minutes", slurm_minutes)
+        OmegaConf.register_new_resolver("navila_slurm", slurm_resources)
     register_configs()
 
 

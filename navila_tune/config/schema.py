@@ -142,6 +142,7 @@ class HardwareConfig:
     master_addr: str = "127.0.0.1"
     master_port: int = 29500
     rdzv_backend: Optional[str] = None  # c10d for elastic rendezvous; None for static master addr
+    rdzv_id: Optional[str] = None  # shared by the nodes of one launch (default: the Slurm job id)
     memory_margin: float = 0.05
     reserve_gb: float = 3.0  # memory the planner sets aside per device for runtime, comm buffers, allocator
     env: Dict[str, str] = field(default_factory=dict)
@@ -165,6 +166,21 @@ class BackendConfig:
     name: str = MISSING  # mindspeed | native
     mindspeed: MindSpeedConfig = field(default_factory=MindSpeedConfig)
     native: NativeConfig = field(default_factory=NativeConfig)
+
+
+@dataclass
+class ClusterConfig:
+    """How the run reaches its machines. local: here (or inside a scheduler job); sbatch: one Slurm job
+    per stage, chained with afterok. Partition, account and time also feed hydra/launcher=slurm."""
+
+    name: str = "local"
+    mode: str = "local"  # local | sbatch
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    time: str = "24:00:00"
+    qos: Optional[str] = None
+    extra_sbatch: List[str] = field(default_factory=list)  # more "#SBATCH" options, e.g. "--exclusive"
+    submit: bool = True  # false: write the sbatch scripts only
 
 
 @dataclass
@@ -212,6 +228,7 @@ class NavilaTuneConfig:
     hardware: HardwareConfig = MISSING
     backend: BackendConfig = MISSING
     paths: PathsConfig = MISSING
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
@@ -231,6 +248,7 @@ GROUPS = {
     "hardware": HardwareConfig,
     "backend": BackendConfig,
     "paths": PathsConfig,
+    "cluster": ClusterConfig,
 }
 
 

@@ -14,10 +14,18 @@ STANDIN = REPO / "tests" / "fixtures" / "mindspeed_standin"
 
 
 @pytest.fixture
-def site(tmp_path):
-    """A fake cluster: MindSpeed home, CANN env script, an 8B HF dir (no real weights), a parquet."""
+def site(tmp_path, monkeypatch):
+    """A fake cluster: MindSpeed home, CANN env script, 8 NPU device nodes, an 8B HF dir (no real weights),
+    a parquet."""
     home = tmp_path / "MindSpeed-LLM"
     shutil.copytree(STANDIN, home)
+    (home / "megatron").mkdir()  # MindSpeed's install guide copies Megatron-LM's megatron/ here
+    (home / "megatron" / "__init__.py").write_text("# stand-in for Megatron-LM core_v0.12.1's package\n")
+    devices = tmp_path / "dev"
+    devices.mkdir()
+    for i in range(8):
+        (devices / f"davinci{i}").touch()
+    monkeypatch.setenv("NAVILA_NPU_DEVICE_DIR", str(devices))
     models = tmp_path / "models" / "Meta-Llama-3-8B-Instruct"
     models.mkdir(parents=True)
     (models / "config.json").write_text(json.dumps(LLAMA3_8B_CONFIG))

@@ -132,3 +132,18 @@ def test_a_truncated_rank_file_is_not_a_checkpoint_to_resume(tmp_path):
     (rank / "model_optim_rng.pt").write_bytes(data[: len(data) // 2])
     assert latest_complete(root, tp=1, pp=2) is None
     assert latest_complete(root, tp=2, pp=2) is None  # rank files of another layout are missing
+
+
+def test_a_node_without_its_npus_or_megatron_fails_fast_naming_itself(site, tmp_path, monkeypatch):
+    import os
+    import shutil as sh
+
+    monkeypatch.setenv("ASCEND_RT_VISIBLE_DEVICES", "")  # all 8 visible: passes
+    launch(compose(*site["overrides"], "stages=[convert]"), run_dir=str(tmp_path / "ok"))
+    monkeypatch.setenv("NAVILA_NPU_DEVICE_DIR", str(tmp_path / "nowhere"))
+    sh.rmtree(site["home"] / "megatron")
+    with pytest.raises(ConfigError) as info:
+        launch(compose(*site["overrides"], "force=[convert]"), run_dir=str(tmp_path / "bad"))
+    msg = str(info.value)
+    assert f"node {os.uname().nodename}" in msg and "sees 0 NPU(s)" in msg
+    assert "`import megatron` from there resolves to" in msg

@@ -23,6 +23,9 @@ from navila_tune.validate import validate
 GOLDEN = REPO / "tests" / "golden" / "mindspeed"
 CASES = {
     "cot_8b": ["+experiment=cot_8b"],
+    # two 8x910B nodes, c10d rendezvous on the first node's address
+    "cot_8b_2x8": ["+experiment=cot_8b", "hardware=910b_2x8", "hardware.master_addr=10.0.0.1",
+                   "hardware.rdzv_id=slurm-4242"],
     "cot_8b_lora_1npu": ["+experiment=cot_8b_lora_1npu"],
 }
 
@@ -147,3 +150,14 @@ def test_mindspeed_memory_options_render_and_lower_the_estimate():
                                  if s == "train")))
     assert ns.reuse_fp32_param and ns.o2_optimizer and ns.o2_gradient
     assert estimate(saving).total_gb < estimate(base).total_gb
+
+
+def test_two_node_training_uses_c10d_rendezvous_and_all_sixteen_devices():
+    plan = plan_for(*CASES["cot_8b_2x8"])
+    train = next(c for s, c in commands(plan) if s == "train")
+    launcher = list(train.argv[: train.argv.index("posttrain_gpt.py")])
+    assert launcher[1:] == ["-m", "torch.distributed.run", "--nproc_per_node", "8", "--nnodes", "2",
+                            "--rdzv_backend", "c10d", "--rdzv_endpoint", "10.0.0.1:29500", "--rdzv_id", "slurm-4242"]
+    ns = parse(*script_args(train))
+    assert ns.global_batch_size == 512 and ns.micro_batch_size == 4  # DP 4 -> grad accumulation 32
+    assert train.env["HCCL_CONNECT_TIMEOUT"] == "1200"

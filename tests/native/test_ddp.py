@@ -52,5 +52,6 @@ def test_two_gloo_processes_match_single_process_accumulation(tiny, train_params
     assert evals == pytest.approx(ref_evals, rel=1e-5)
     a, b = kit.final_weights(single.save_dir), kit.final_weights(out)
     for name in a:
-        # gradients are summed in another order (all-reduce); measured: <= 1 ulp (7.5e-9) after 6 steps
-        torch.testing.assert_close(b[name], a[name], rtol=0, atol=1e-7, msg=name)
+        # gradients are summed in another order (all-reduce), and Adam's update can turn a 1-ulp gradient
+        # difference into a few ulps of weight (1 ulp at 1.0 is 1.2e-7: the norm weights sit there)
+        torch.testing.assert_close(b[name], a[name], rtol=0, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")

@@ -15,6 +15,7 @@ from navila_tune import artifacts
 from navila_tune.arch import LlamaArch, format_number
 from navila_tune.backends.mindspeed.flag_parser import parse
 from navila_tune.checkpoint_probe import latest_complete
+from navila_tune.cluster.torchrun import torchrun_args
 from navila_tune.plan import Command, FileOp, StagePaths, StageSpec, Step
 
 ENV = {"CUDA_DEVICE_MAX_CONNECTIONS": "1"}
@@ -162,7 +163,7 @@ class MindSpeedBackend:
             "--no-gradient-accumulation-fusion",
             *(_lora_flags(p) if lora else []),
         ]
-        launcher = _torchrun(p["hardware.devices_per_node"], p["hardware.nnodes"], rt)
+        launcher = torchrun_args(p["hardware.devices_per_node"], p["hardware.nnodes"], rt)
         return [FileOp("mkdir", str(Path(out) / artifacts.CHECKPOINTS)), self.command(args, launcher)]
 
     def _generate(self, p: Mapping[str, Any], rt: Mapping[str, Any], out: str, paths: StagePaths) -> list[Step]:
@@ -185,7 +186,7 @@ class MindSpeedBackend:
             *PRECISION_FLAGS[p["optim.precision"]],
         ]
         stdin = "".join(f"{prompt}\n" for prompt in g["prompts"]) + "exit\n"
-        launcher = _torchrun(tp * pp, 1, {})
+        launcher = torchrun_args(tp * pp, 1, rt)
         return [self.command(args, launcher, stdin=stdin)]
 
     def _export(self, p: Mapping[str, Any], rt: Mapping[str, Any], out: str, paths: StagePaths) -> list[Step]:
@@ -302,17 +303,6 @@ def _lora_flags(p: Mapping[str, Any]) -> list[str]:
     lora = p["optim.lora"]
     return ["--lora-r", str(lora["r"]), "--lora-alpha", str(lora["alpha"]),
             "--lora-target-modules", *lora["targets"]]
-
-
-def _torchrun(nproc: int, nnodes: int, rt: Mapping[str, Any]) -> list[str]:
-    return [
-        "-m", "torch.distributed.run",
-        "--nproc_per_node", str(nproc),
-        "--nnodes", str(nnodes),
-        "--node_rank", str(rt.get("hardware.node_rank") or 0),
-        "--master_addr", str(rt.get("hardware.master_addr") or "localhost"),
-        "--master_port", str(rt.get("hardware.master_port") or 6000),
-    ]
 
 
 def is_handoff_command(command: Command) -> bool:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
+from navila_tune.cluster.torchrun import torchrun_args
 from navila_tune.plan import Command, FileOp, StagePaths, StageSpec, Step
 
 RUNNER = "navila_tune.backends.native.run"
@@ -50,14 +51,3 @@ class NativeBackend:
         if nproc * nnodes == 1:
             return []
         return torchrun_args(nproc, nnodes, rt)
-
-
-def torchrun_args(nproc: int, nnodes: int, rt: Mapping[str, Any]) -> list[str]:
-    args = ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--nnodes", str(nnodes)]
-    host, port = rt.get("hardware.master_addr") or "127.0.0.1", rt.get("hardware.master_port") or 29500
-    if rt.get("hardware.rdzv_backend"):
-        args += ["--rdzv_backend", str(rt["hardware.rdzv_backend"]), "--rdzv_endpoint", f"{host}:{port}"]
-    else:
-        args += ["--node_rank", str(rt.get("hardware.node_rank") or 0), "--master_addr", str(host),
-                 "--master_port", str(port)]
-    return args
