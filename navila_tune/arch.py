@@ -115,15 +115,6 @@ class LlamaArch:
         values = {f.name: config.get(f.hf_key, False) for f in FIELDS}
         return cls(**values)
 
-    @classmethod
-    def from_megatron_args(cls, args: Any) -> "LlamaArch":
-        """Read the architecture from a checkpoint's ``args`` Namespace."""
-        values = {}
-        for f in FIELDS:
-            value = getattr(args, f.megatron)
-            values[f.name] = (not value) if f.inverse_bool_flag else value
-        return cls(**values)
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

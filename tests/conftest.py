@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from navila_testing import QuickRun, quick_reference_run
+
 
 @pytest.fixture(autouse=True)
 def _no_user_env(monkeypatch):
@@ -19,3 +21,9 @@ def pytest_collection_modifyitems(config, items):
         for mark in ("npu", "gpu"):
             if mark in item.keywords and mark not in selected:
                 item.add_marker(skip_hw)
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory) -> QuickRun:
+    """One complete shortened embedded-default run (QUICK_TINY) shared by the tests that only read it."""
+    return quick_reference_run(tmp_path_factory.mktemp("quick_reference"))

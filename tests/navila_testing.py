@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -62,6 +63,26 @@ def run_navila(cwd: Path, *overrides: str, check: bool = True, timeout: float = 
     if check:
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return proc
+
+
+@dataclass(frozen=True)
+class QuickRun:
+    """A finished QUICK_TINY run: its run dir and its work dir (stage outputs)."""
+
+    run_dir: Path
+    work_dir: Path
+
+    def copy_work(self, dst: Path) -> Path:
+        """A private copy of the work dir, for a test that adds stage outputs to it."""
+        import shutil
+
+        shutil.copytree(self.work_dir, dst, symlinks=True)
+        return dst
+
+
+def quick_reference_run(root: Path) -> QuickRun:
+    run_navila(root, *QUICK_TINY, f"paths.work_dir={root / 'work'}", "hydra.run.dir=run")
+    return QuickRun(run_dir=root / "run", work_dir=root / "work")
 
 
 def stage_records(run_dir: Path) -> dict[str, dict]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -19,8 +20,15 @@ def asset_path(name: str) -> str:
     return str(ASSETS_DIR / name)
 
 
-def dirname_safe(text: str) -> str:
-    """A sweep job's folder name from its overrides: no path separators, bounded length."""
+SWEPT_KEYS_ENV = "NAVILA_SWEPT_KEYS"  # set by navila_tune.sweep.SweepCallback when a multirun starts
+
+
+def dirname_safe(override_dirname: str, task_overrides: Sequence[str] = ()) -> str:
+    """A sweep job's folder name: its swept keys' values (all its overrides when those are unknown),
+    with no path separators and a bounded length."""
+    swept = [k for k in os.environ.get(SWEPT_KEYS_ENV, "").split(",") if k]
+    picked = [o for o in task_overrides if o.split("=", 1)[0].lstrip("+~") in swept]
+    text = ",".join(picked) if picked else override_dirname
     safe = text.replace("/", "_").replace(" ", "") or "default"
     return safe if len(safe) <= 120 else safe[:100] + "-" + hashlib.sha256(safe.encode()).hexdigest()[:8]
 

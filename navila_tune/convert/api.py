@@ -26,7 +26,7 @@ from navila_tune.convert.megatron_files import (RANK_FILE, TRACKER, MegatronChec
                                                 picklable_args, top_level)
 from navila_tune.convert.parallel import ParallelLayout, parse_num_layer_list, rank_dir_name
 from navila_tune.convert.progress import Progress
-from navila_tune.convert.sources import MemorySource, TensorSource
+from navila_tune.convert.sources import MemorySource, TensorSource, nbytes
 from navila_tune.convert.staging import check_fresh_output, staged_dir, write_text_atomic
 from navila_tune.convert.torch_zip import TorchFileWriter
 from navila_tune.convert.weights import Entry, ShardContext
@@ -324,7 +324,7 @@ def _write_iteration(iter_dir: Path, layout: ParallelLayout, ctx: ShardContext, 
     Each source entry is read once, block by block, and each block goes straight into the record
     reserved for it in its rank's file; the pickled dict (args, key order) ends each file.
     """
-    total = sum(_nbytes(shape, dtype) for p in range(layout.pp) for e, _, _ in layout.stage_plan(p)
+    total = sum(nbytes(dtype, shape) for p in range(layout.pp) for e, _, _ in layout.stage_plan(p)
                 for shape in e.shard_shapes(ctx))
     iter_dir.mkdir(parents=True, exist_ok=True)
     scratch = Scratch()
@@ -360,13 +360,6 @@ def _write_iteration(iter_dir: Path, layout: ParallelLayout, ctx: ShardContext, 
                 for writer in writers:
                     writer.abort()
                 raise
-
-
-def _nbytes(shape: tuple[int, ...], dtype: torch.dtype) -> int:
-    n = dtype.itemsize
-    for s in shape:
-        n *= s
-    return n
 
 
 def _hf_groups(num_layers: int) -> list[tuple[Entry, int | None]]:

@@ -13,7 +13,7 @@ from typing import Callable, Protocol, Sequence
 import torch
 
 from navila_tune.convert.errors import ConversionError
-from navila_tune.convert.sources import TensorSource
+from navila_tune.convert.sources import TensorSource, nbytes
 from navila_tune.convert.weights import Entry, Piece, ShardContext
 
 BLOCK_BYTES = 16 << 20
@@ -50,13 +50,11 @@ class Scratch:
         self._bufs: dict[str, torch.Tensor] = {}
 
     def take(self, slot: str, shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        nbytes = dtype.itemsize
-        for s in shape:
-            nbytes *= s
+        size = nbytes(dtype, tuple(shape))
         buf = self._bufs.get(slot)
-        if buf is None or buf.numel() < nbytes or buf.device != device:
-            buf = self._bufs[slot] = torch.empty(max(nbytes, 1), dtype=torch.uint8, device=device)
-        return buf[:nbytes].view(dtype).view(tuple(shape))
+        if buf is None or buf.numel() < size or buf.device != device:
+            buf = self._bufs[slot] = torch.empty(max(size, 1), dtype=torch.uint8, device=device)
+        return buf[:size].view(dtype).view(tuple(shape))
 
 
 def _rows_per_block(shape: Sequence[int], dtype: torch.dtype) -> int:

@@ -14,7 +14,7 @@ import torch
 
 from navila_tune.arch import LlamaArch
 from navila_tune.convert.errors import ConversionError
-from navila_tune.convert.sources import FileSource
+from navila_tune.convert.sources import FileSource, nbytes
 
 CONFIG = "config.json"
 INDEX = "model.safetensors.index.json"
@@ -59,10 +59,7 @@ class TensorInfo:
 
     @property
     def nbytes(self) -> int:
-        n = self.dtype.itemsize
-        for s in self.shape:
-            n *= s
-        return n
+        return nbytes(self.dtype, self.shape)
 
 
 class HFCheckpoint:
@@ -193,10 +190,7 @@ class PlannedTensor:
 
     @property
     def nbytes(self) -> int:
-        n = self.dtype.itemsize
-        for s in self.shape:
-            n *= s
-        return n
+        return nbytes(self.dtype, self.shape)
 
 
 def plan_shards(tensors: list[PlannedTensor], max_shard_bytes: int) -> list[list[PlannedTensor]]:

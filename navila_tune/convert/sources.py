@@ -7,12 +7,18 @@ memory only when asked for, and leaves it when the tensor that holds it is dropp
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 import torch
 
 from navila_tune.convert.errors import ConversionError
+
+
+def nbytes(dtype: torch.dtype, shape: tuple[int, ...]) -> int:
+    """Bytes of a dense tensor of ``shape`` and ``dtype``."""
+    return dtype.itemsize * math.prod(shape)
 
 
 class TensorSource:
@@ -25,10 +31,7 @@ class TensorSource:
 
     @property
     def nbytes(self) -> int:
-        n = self.dtype.itemsize
-        for s in self.shape:
-            n *= s
-        return n
+        return nbytes(self.dtype, self.shape)
 
     def read(self) -> torch.Tensor:
         out = torch.empty(self.shape, dtype=self.dtype, device=self.device)

@@ -103,7 +103,7 @@ def evaluate(params: EvaluateParams) -> dict[str, Any]:
     }
     out = Path(p.output_json)
     gen_path = out.with_name(out.stem + ".generations.jsonl")
-    results["generations"] = str(gen_path)
+    results["generations"] = gen_path.name  # next to this file (the stage folder is renamed when done)
     write_jsonl(gen_path, per_sample)
     _write_json(out, results)
     return results

@@ -64,7 +64,7 @@ def test_two_point_sweep_in_dry_run(tmp_path):
     assert stages[0]["preprocess"]["fingerprint"] == stages[1]["preprocess"]["fingerprint"]
     assert stages[0]["train"]["fingerprint"] != stages[1]["train"]["fingerprint"]
     assert stages[0]["export"]["fingerprint"] != stages[1]["export"]["fingerprint"]
-    assert {p.parent.name for p in plans} == {"0_+experiment=cot_8b,optim.lr=1e-05", "1_+experiment=cot_8b,optim.lr=2e-05"}
+    assert {p.parent.name for p in plans} == {"0_optim.lr=1e-05", "1_optim.lr=2e-05"}  # the swept values only
 
 
 def test_config_error_exits_2_with_the_message_and_no_traceback(tmp_path):

@@ -76,4 +76,4 @@ def test_evaluate_scores_finetuned_above_base(tiny, trained, tmp_path):
     assert tuned["answer_accuracy"] >= 0.5 > base["answer_accuracy"]
     assert tuned["navila_parse_rate"] >= 0.75 and tuned["navila_action_accuracy"] >= 0.5
     assert base["finished_rate"] < 0.9 <= tuned["finished_rate"]
-    assert Path(tuned["generations"]).is_file()
+    assert (tmp_path / tuned["generations"]).is_file()

@@ -54,9 +54,13 @@ def test_changes_rebuild_exactly_what_they_determine(tmp_path):
     assert forced["convert"] == "ran" and forced["preprocess"] == "reused"
 
 
-def test_dry_run_says_why_each_stage_runs_or_is_reused(tmp_path):
-    run_navila(tmp_path, *QUICK_TINY, "stages=[convert,preprocess]", "hydra.run.dir=r0")
-    out = run_navila(tmp_path, *QUICK_TINY, "data.seq_length=192", "dry_run=true", "hydra.run.dir=r1").stdout
+def test_dry_run_says_why_each_stage_runs_or_is_reused(quick_run, tmp_path):
+    work = [f"paths.work_dir={quick_run.work_dir}"]  # a dry run writes only its run record
+    out = run_navila(tmp_path, *QUICK_TINY, *work, "data.seq_length=192", "dry_run=true", "hydra.run.dir=r1").stdout
     assert "[1/6] convert  (reuse: cached)" in out
     assert "[2/6] preprocess  (run: config changed: data.seq_length)" in out
-    assert "[3/6] train  (run: not built yet)" in out
+    assert "[3/6] train  (run: config changed: data.seq_length; upstream changed: preprocess)" in out
+    assert "[6/6] export  (run: upstream changed: preprocess, train)" in out
+    fresh = run_navila(tmp_path, *QUICK_TINY, "paths.work_dir=nothing_built", "dry_run=true", "hydra.run.dir=r2").stdout
+    assert all(f"[{i}/6] {s}  (run: not built yet)" in fresh for i, s in enumerate(ALL, 1))
+    assert not (tmp_path / "nothing_built").exists()

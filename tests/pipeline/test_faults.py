@@ -1,9 +1,10 @@
 """SIGKILL the pipeline at seeded random moments in every stage; every relaunch must end bitwise equal.
 
-An uninterrupted reference run measures each stage's duration. Then, in each round, the whole pipeline is
-rebuilt in a fresh work dir and killed (the launcher's whole process group, SIGKILL) once inside every
-stage, at a random fraction of that stage's reference duration, and relaunched after each kill; the
-round's final relaunch runs to the end. After every kill no final stage folder may lack its completion
+An uninterrupted reference run (the suite's shared ``quick_run``) measures each stage's duration. Then, in
+each round, the whole pipeline is rebuilt in a fresh work dir and killed (the launcher's whole process
+group, SIGKILL) inside every stage, and twice inside training (the second kill lands in a training that
+resumed from the first one's checkpoint), at a random fraction of that stage's reference duration, and
+relaunched after each kill; the round's final relaunch runs to the end. After every kill no final stage folder may lack its completion
 marker, the stage that was interrupted must run again (never be reused), and at the end of every round
 the exported weights must equal the reference byte for byte.
 """
@@ -26,7 +27,8 @@ import pytest
 from navila_testing import QUICK_TINY, run_navila, stage_records
 
 STAGES = ["convert", "preprocess", "train", "generate", "evaluate", "export"]
-ROUNDS = 4  # x 6 stages = 24 kill points
+KILLS = ["convert", "preprocess", "train", "train", "generate", "evaluate", "export"]
+ROUNDS = 3  # x 7 = 21 kill points
 SEED = int(os.environ.get("NAVILA_FAULT_SEED", "20261204"))  # another seed explores other kill points
 
 
@@ -114,19 +116,18 @@ def exported_bytes(run_dir: Path) -> bytes:
 
 
 @pytest.mark.slow
-def test_sigkill_anywhere_then_relaunch_gives_identical_weights(tmp_path, capsys):
+def test_sigkill_anywhere_then_relaunch_gives_identical_weights(quick_run, tmp_path, capsys):
     rng = random.Random(SEED)
-    ref = run_navila(tmp_path, *QUICK_TINY, f"paths.work_dir={tmp_path / 'ref-work'}", "hydra.run.dir=ref")
-    assert ref.returncode == 0
-    ref_records = stage_records(tmp_path / "ref")
+    ref_run = quick_run.run_dir
+    ref_records = stage_records(ref_run)
     durations = {name: rec["duration_s"] for name, rec in ref_records.items()}
-    reference = exported_bytes(tmp_path / "ref")
+    reference = exported_bytes(ref_run)
     kills: list[tuple[int, str, float, str]] = []
     for r in range(ROUNDS):
         work = tmp_path / f"work-{r}"
         overrides = [*QUICK_TINY, f"paths.work_dir={work}"]
         previous = ""
-        for i, stage in enumerate(STAGES):
+        for i, stage in enumerate(KILLS):
             delay = rng.uniform(0.05, 0.95) * durations[stage]
             hit, seen = launch_and_kill(tmp_path, [*overrides, f"hydra.run.dir=r{r}-kill{i}"], stage, delay)
             if previous:  # what the last kill interrupted is rebuilt, never reused
@@ -143,7 +144,7 @@ def test_sigkill_anywhere_then_relaunch_gives_identical_weights(tmp_path, capsys
         assert not changed, f"the inputs changed during the test (fingerprints of {changed} differ)"
         assert exported_bytes(tmp_path / f"r{r}-final") == reference, (
             f"round {r}: exported weights differ; stages whose files differ: "
-            f"{differing_stages(tmp_path / 'ref', tmp_path / f'r{r}-final')}; kills: {kills}")
+            f"{differing_stages(ref_run, tmp_path / f'r{r}-final')}; kills: {kills}")
         last_hit = next((hit for rr, _, _, hit in reversed(kills) if rr == r and hit), "")
         if last_hit:  # the stage interrupted by the round's last kill was rebuilt, not reused
             assert records[last_hit]["status"] == "ran", (last_hit, records[last_hit])
