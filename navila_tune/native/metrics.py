@@ -100,7 +100,8 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def plot_loss_curve(metrics_path: str | os.PathLike, png_path: str | os.PathLike) -> Path | None:
-    """Train loss (per log interval) and eval loss against iteration, written atomically."""
+    """Train loss (per log interval) and eval loss against iteration, written atomically; the loss axis is
+    logarithmic when the loss falls by 100x or more."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -117,8 +118,13 @@ def plot_loss_curve(metrics_path: str | os.PathLike, png_path: str | os.PathLike
     if evals:
         ax.plot(*zip(*evals), "o-", label="eval loss", markersize=4)
     ax.set_xlabel("iteration")
-    ax.set_ylabel("loss")
-    ax.grid(alpha=0.3)
+    losses = [v for _, v in train + evals if v > 0]
+    if losses and max(losses) / min(losses) >= 100:  # a fall over decades reads on a log axis
+        ax.set_yscale("log")
+        ax.set_ylabel("loss (log scale)")
+    else:
+        ax.set_ylabel("loss")
+    ax.grid(alpha=0.3, which="both")
     ax.legend()
     fig.tight_layout()
     out = Path(png_path)
