@@ -53,8 +53,13 @@ def init_distributed(device: str) -> DistContext:
     return DistContext(rank=rank, world_size=world, local_rank=local_rank, device=dev, owns_group=owns)
 
 
-def shutdown(ctx: DistContext) -> None:
+def shutdown(ctx: DistContext, synchronize: bool = True) -> None:
+    """Leave the process group. After a normal end every rank first meets the others at a barrier, so no
+    rank tears down gloo's connections while a peer is still using them (a rank that did so was seen to
+    abort at exit: "terminate called without an active exception"); after an error nobody waits."""
     if ctx.owns_group and dist.is_initialized():
+        if synchronize and ctx.enabled:
+            dist.barrier()
         dist.destroy_process_group()
 
 

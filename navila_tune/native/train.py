@@ -107,10 +107,13 @@ def train(params: TrainParams) -> dict[str, Any]:
     if p.threads:
         torch.set_num_threads(p.threads)
     ctx = init_distributed(p.device)
+    finished = False
     try:
-        return _Trainer(p, ctx).run()
+        result = _Trainer(p, ctx).run()
+        finished = True
+        return result
     finally:
-        shutdown(ctx)
+        shutdown(ctx, synchronize=finished)
 
 
 def _normalised(p: TrainParams) -> TrainParams:
