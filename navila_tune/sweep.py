@@ -23,9 +23,7 @@ from navila_tune.config import SWEPT_KEYS_ENV
 from navila_tune.validate import ConfigError
 
 METRICS = ("accuracy", "parse_rate", "eval_loss", "final_loss")
-
-
-MAX_CHECKED_POINTS = 256
+MAX_CHECKED_POINTS = 256  # search-space corners validated before a sampling sweeper's first trial
 
 
 class SweepCallback(Callback):
