@@ -28,7 +28,7 @@ from navila_tune.plan import Command, FileOp, Plan, Stage, Step
 TAIL_LINES = 30
 
 
-ERROR_LINE = re.compile(r"(Error|Exception|error:|Traceback|FAILED|Killed)")
+ERROR_LINE = re.compile(r"(Error|Exception|error:|Traceback|FAILED|Killed|terminate called|Segmentation fault)")
 
 
 class StageFailed(RuntimeError):
@@ -65,13 +65,20 @@ def tail(path: str, lines: int = TAIL_LINES) -> list[str]:
 
 
 def first_error(path: str) -> str | None:
-    """The first line that looks like an error (often the root cause, before launcher tracebacks)."""
+    """The first line that looks like an error (often the root cause, before launcher tracebacks); for a
+    Python traceback, the exception line that ends it."""
     try:
         with open(path, "rb") as fh:
-            for raw in fh:
-                line = raw.decode(errors="replace").replace("\r", "").rstrip()
-                if ERROR_LINE.search(line) and not line.startswith("$ "):
-                    return line.strip()
+            lines = (raw.decode(errors="replace").replace("\r", "").rstrip() for raw in fh)
+            for line in lines:
+                if not ERROR_LINE.search(line) or line.startswith("$ "):
+                    continue
+                if line.lstrip().startswith("Traceback (most recent call last)"):
+                    indent = len(line) - len(line.lstrip())
+                    for follow in lines:  # frames are indented deeper; the exception line is not
+                        if follow.strip() and len(follow) - len(follow.lstrip()) <= indent:
+                            return follow.strip()
+                return line.strip()
     except OSError:
         pass
     return None
