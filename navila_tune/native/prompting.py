@@ -51,9 +51,8 @@ def stop_token_ids(tokenizer: Any) -> list[int]:
 
 
 def user_content(row: dict[str, Any], prompt_key: str, query_key: str | None) -> str:
-    """MindSpeed's Alpaca handler: ``instruction`` + "\\n" + ``input`` when the input is non-empty."""
-    content = str(row.get(prompt_key) or "")
+    """A data row's user turn, built exactly as preprocessing builds it (``navila_tune.data.user_content``)."""
+    from navila_tune.data import user_content as alpaca_user_content
+
     query = row.get(query_key) if query_key else None
-    if query:
-        content = content + "\n" + str(query)
-    return content
+    return alpaca_user_content(str(row.get(prompt_key) or ""), str(query) if query else None)
